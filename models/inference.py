@@ -140,9 +140,14 @@ def slide_inference(
     boxes = slide_windows(pad_h, pad_w, (crop_h, crop_w), (stride_h, stride_w))
     windows = torch.cat([padded[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], dim=0)
 
-    chunk = windows.shape[0] if window_batch is None else max(int(window_batch), 1)
-    outputs = [forward_fn(windows[i : i + chunk]) for i in range(0, windows.shape[0], chunk)]
-    window_logits = torch.cat(outputs, dim=0)
+    if window_batch is None:
+        # One call without a Python loop over the window count: under torch.export the count
+        # is symbolic (batch × windows), and a range() over it would fix the batch size.
+        window_logits = forward_fn(windows)
+    else:
+        chunk = max(int(window_batch), 1)
+        outputs = [forward_fn(windows[i : i + chunk]) for i in range(0, windows.shape[0], chunk)]
+        window_logits = torch.cat(outputs, dim=0)
     expected = (num_classes, crop_h // output_stride, crop_w // output_stride)
     if tuple(window_logits.shape[1:]) != expected:
         raise ValueError(

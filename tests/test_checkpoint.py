@@ -156,11 +156,9 @@ def test_converter_refuses_wrong_architecture(tmp_path: Path) -> None:
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
-    class Payload:
-        pass
-
     source = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"x": Payload()}}, source)
+    # A pickled reference to a callable: unpickling arbitrary objects could run code.
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "hook": os.system}, source)
     with pytest.raises(CheckpointError, match="refused"):
         convert_mmseg_checkpoint(source, tmp_path / "o.safetensors", "daformer_mit_test")
 
