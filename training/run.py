@@ -102,10 +102,7 @@ def build_models(config: TrainConfig, device: torch.device
         if not config.model.backbone.startswith("mit_b"):
             raise TrainingError(f"pretrained weights are loaded for MiT backbones only; set "
                                 f"--set pretrained= for {config.model.backbone}")
-        try:
-            load_mit_imagenet(student.backbone, config.pretrained)
-        except CheckpointError as error:
-            raise TrainingError(f"{error}\n(or train from scratch with --set pretrained=)") from None
+        load_mit_imagenet(student.backbone, config.pretrained)
     student.to(device).train()
     teacher = copy.deepcopy(student)
     for parameter in teacher.parameters():
@@ -116,6 +113,21 @@ def build_models(config: TrainConfig, device: torch.device
         for parameter in imagenet.parameters():
             parameter.requires_grad_(False)
     return student, teacher, imagenet
+
+
+def teacher_checksum(teacher: nn.Module) -> float:
+    """Sum of all teacher parameters in float64: equal on every rank when DDP is in sync."""
+    return float(sum(p.detach().double().sum() for p in teacher.parameters()))
+
+
+def _check_ranks_agree(teacher: nn.Module, world_size: int) -> float:
+    checksum = teacher_checksum(teacher)
+    if world_size > 1:
+        values = [None] * world_size
+        dist.all_gather_object(values, checksum)
+        if any(v != values[0] for v in values):
+            raise TrainingError(f"the EMA teachers differ between ranks: {values}")
+    return checksum
 
 
 def _check_finite(logs: dict[str, float], iteration: int) -> None:
@@ -194,7 +206,15 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
                             f"{world_size} processes; set --set data.batch_size=<multiple>")
     rank_data = dataclass_from_dict(type(config.data), {
         **to_dict(config.data), "batch_size": config.data.batch_size // world_size})
+    if config.pretrained and not Path(config.pretrained).is_file():
+        raise TrainingError(
+            f"pretrained weights {config.pretrained} do not exist. Download the SegFormer "
+            f"ImageNet-1k weights ({config.model.backbone}.pth from NVlabs/SegFormer, or "
+            f"python -m models.convert --download-mit {config.model.backbone} pretrained/ "
+            "and --set pretrained=pretrained/model.safetensors); they are for non-commercial "
+            "use. Or train from scratch with --set pretrained=")
     generator = _seed_everything(config.seed + rank)
+    val_set = build_val_dataset(config.data, data_root)
     student, teacher, imagenet = build_models(config, device)
     if world_size > 1:
         for tensor in student.state_dict().values():
@@ -213,7 +233,6 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
             print(f"resumed from {latest} at iteration {start}")
     if rank == 0:
         (work_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-    val_set = build_val_dataset(config.data, data_root)
     loader = build_uda_loader(rank_data, data_root, config.seed, rank, world_size,
                               start_batch=start)
     autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
@@ -276,7 +295,10 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
     final = run_evaluation(config.iterations) if start < config.iterations or not history \
         else history[-1]["miou19"]
     save(config.iterations)
+    checksum = _check_ranks_agree(teacher, world_size)
     if rank == 0:
+        if world_size > 1:
+            print(f"teacher checksum {checksum:.10e} identical on {world_size} ranks")
         save_final_plots(work_dir, history)
         elapsed = time.perf_counter() - started
         print(f"done: {config.iterations - start} iterations in {elapsed:.0f} s; "
@@ -312,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             saved = json.loads((work_dir / "config.json").read_text())
             config = apply_overrides(dataclass_from_dict(TrainConfig, saved), args.overrides)
         train(config, Path(args.data_root), work_dir, args.resume)
+        if dist.is_initialized():
+            dist.destroy_process_group()
     except (KeyError, OverrideError, TrainingError, DatasetError, CheckpointError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"error: {message}", file=sys.stderr)
