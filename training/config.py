@@ -189,7 +189,7 @@ def _toy(preset: str, model: str, **changes) -> TrainConfig:
         checkpoint_interval=200,
         log_interval=20,
         debug_image_interval=200,
-        contrast=ContrastConfig(grid=(33, 33), entropy_crop_start=300),
+        contrast=ContrastConfig(grid=(17, 17), entropy_crop_start=300),
     )
     return replace(base, **changes)
 
@@ -215,7 +215,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 _NO_CL = ContrastConfig(enabled=False, entropy_crop=False)
-_TOY_DAFORMER_CL = ContrastConfig(grid=(33, 33), entropy_crop=False)
+_TOY_DAFORMER_CL = ContrastConfig(grid=(17, 17), entropy_crop=False)
 PRESETS.update({
     "toy_hrda": _toy("toy_hrda", "cluda_hrda_mit_test"),
     "toy_hrda_nocl": _toy("toy_hrda_nocl", "hrda_mit_test", contrast=_NO_CL),
