@@ -201,6 +201,11 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = config.tf32
         torch.backends.cudnn.allow_tf32 = config.tf32
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Leave a core to each data worker: OpenMP threads competing with the workers for the
+        # cores slow a CPU step down by an order of magnitude (measured: 1.3 s vs 34 s).
+        cores = len(os.sched_getaffinity(0)) // world_size
+        torch.set_num_threads(max(1, cores - config.data.num_workers))
     if config.data.batch_size % world_size:
         raise TrainingError(f"data.batch_size={config.data.batch_size} cannot be split over "
                             f"{world_size} processes; set --set data.batch_size=<multiple>")
