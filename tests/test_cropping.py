@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from models.inference import slide_windows
+
 from training.cropping import (
     crop,
     crop_mask,
@@ -14,7 +16,6 @@ from training.cropping import (
     entropy_crop_boxes,
     normalized_entropy,
     random_crop_box,
-    sliding_window_boxes,
 )
 
 
@@ -100,7 +101,7 @@ def test_entropy_crop_matches_naive_window_means():
     probabilities = torch.softmax(logits.double(), dim=1)
     entropy = -(probabilities * probabilities.log()).sum(1) / math.log(6)
     upsampled = entropy.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
-    windows = sliding_window_boxes((64, 64), (32, 32), (16, 16))
+    windows = slide_windows(64, 64, 32, 16)
     assert len(windows) == 9
     for index in range(4):
         best, best_mean = None, -1.0
@@ -112,5 +113,5 @@ def test_entropy_crop_matches_naive_window_means():
 
 
 def test_sliding_windows_end_flush_with_the_border():
-    assert sliding_window_boxes((1024, 1024), (512, 512), (256, 256))[-1] == (512, 1024, 512, 1024)
-    assert sliding_window_boxes((40, 30), (16, 16), (8, 8))[-1] == (24, 40, 14, 30)
+    assert slide_windows(1024, 1024, 512, 256)[-1] == (512, 1024, 512, 1024)
+    assert slide_windows(40, 30, 16, 8)[-1] == (24, 40, 14, 30)

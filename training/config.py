@@ -182,14 +182,14 @@ def _toy(preset: str, model: str, **changes) -> TrainConfig:
         model=_toy_model(model),
         data=DATA_PRESETS["toy"],
         optim=OptimConfig(lr=6e-4, warmup_iters=50),
-        iterations=600,
+        iterations=400,
         seed=0,
         pretrained="",
         eval_interval=200,
         checkpoint_interval=200,
         log_interval=20,
         debug_image_interval=200,
-        contrast=ContrastConfig(grid=(17, 17), entropy_crop_start=300),
+        contrast=ContrastConfig(grid=(17, 17), entropy_crop_start=200),
     )
     return replace(base, **changes)
 

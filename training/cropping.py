@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.inference import slide_windows
+
 CropBox = tuple[int, int, int, int]
 Boxes = CropBox | Sequence[CropBox]
 
@@ -131,26 +133,6 @@ def normalized_entropy(logits: Tensor) -> Tensor:
     )
 
 
-def sliding_window_boxes(
-    image_size: tuple[int, int], crop_size: tuple[int, int], stride: tuple[int, int]
-) -> list[CropBox]:
-    """HRDA's sliding-window boxes in row-major order, the last ones flush with the border."""
-    height, width = image_size
-    crop_height, crop_width = crop_size
-    stride_y, stride_x = stride
-    rows = max(height - crop_height + stride_y - 1, 0) // stride_y + 1
-    columns = max(width - crop_width + stride_x - 1, 0) // stride_x + 1
-    boxes = []
-    for row in range(rows):
-        for column in range(columns):
-            y2 = min(row * stride_y + crop_height, height)
-            x2 = min(column * stride_x + crop_width, width)
-            y1 = max(y2 - crop_height, 0)
-            x1 = max(x2 - crop_width, 0)
-            boxes.append((y1, y2, x1, x2))
-    return boxes
-
-
 def entropy_crop_boxes(
     logits: Tensor,
     image_size: tuple[int, int],
@@ -160,7 +142,7 @@ def entropy_crop_boxes(
     """Pick, per image, the detail crop with the highest mean prediction entropy (CLUDA app. 7.4).
 
     The entropy map is nearest-upsampled to the image size, the candidate windows are HRDA's
-    sliding windows of the crop size (stride half the crop by default), and each image keeps the
+    sliding windows (``models.inference.slide_windows``) of the crop size (stride half the crop by default), and each image keeps the
     window with the largest mean entropy; on ties the first window in row-major order wins (the
     release's strict ``>``). Unlike the release, the entropy map is never written to while windows
     are compared, and any batch size works.
@@ -179,7 +161,7 @@ def entropy_crop_boxes(
     entropy = F.interpolate(
         normalized_entropy(logits).unsqueeze(1), size=image_size, mode="nearest"
     )
-    candidates = sliding_window_boxes(image_size, crop_size, stride)
+    candidates = slide_windows(image_size[0], image_size[1], crop_size, stride)
     window_means = torch.stack([crop(entropy, box).mean(dim=(1, 2, 3)) for box in candidates])
     best = window_means.argmax(dim=0)
     return [candidates[int(index)] for index in best]

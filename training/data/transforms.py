@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from models.classes import IGNORE_INDEX
+from models.inference import rescale_size as rescale_to_box
 
 from .config import NO_RESIZE
 
@@ -25,9 +26,8 @@ CAT_MAX_RATIO_ATTEMPTS = 10
 def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
     """Size of a keep-ratio resize into the box ``scale`` (mmcv ``rescale_size``).
 
-    The factor is ``min(max(scale) / long side, min(scale) / short side)``; each side is then
-    rounded as ``int(side * factor + 0.5)``. GTA's 1914×1052 gives 1280×704 at (1280, 720) and
-    2560×1407 at (2560, 1440).
+    The same rule as inference (:func:`models.inference.rescale_size`), in (width, height) order:
+    GTA's 1914×1052 gives 1280×704 at (1280, 720) and 2560×1407 at (2560, 1440).
 
     Args:
         width: image width.
@@ -39,8 +39,8 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
     """
     if tuple(scale) == NO_RESIZE:
         return width, height
-    factor = min(max(scale) / max(width, height), min(scale) / min(width, height))
-    return int(width * float(factor) + 0.5), int(height * float(factor) + 0.5)
+    new_height, new_width = rescale_to_box(height, width, scale)
+    return new_width, new_height
 
 
 def resize_keep_ratio(
