@@ -14,6 +14,7 @@ import torch
 from models.checkpoint import load_checkpoint, load_segmentor
 from training import run as run_module
 from training.data.synthetic import ensure_synthetic_dataset
+from training.evaluate import main as evaluate_main
 from training.run import TrainingError, _check_finite, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +105,15 @@ def test_toy_presets_train_and_leave_a_usable_checkpoint(preset, data_root, tmp_
     if preset in ("toy_hrda", "toy_daformer"):
         assert {"seg_src", "cl_src", "seg_mix", "cl_mix"} <= set(records[-1])
         assert list((work_dir / "debug").glob("*.png"))
+    if preset == "toy_hrda":
+        # The standalone evaluation reproduces the run's final numbers and writes JSON.
+        out = tmp_path / "eval.json"
+        assert evaluate_main([str(work_dir / "latest.safetensors"), "--data-root",
+                              str(data_root), "--out", str(out)]) == 0
+        standalone = json.loads(out.read_text())
+        assert standalone["mode"] == "hrda" and standalone["images"] == 3
+        assert standalone["miou19"] == pytest.approx(final["miou19"])
+        assert set(standalone["per_class_iou"]) >= {"road", "bicycle"}
 
 
 def test_killed_run_resumes_bit_for_bit(data_root, tmp_path, monkeypatch) -> None:
