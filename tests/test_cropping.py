@@ -11,33 +11,10 @@ from models.inference import slide_windows
 
 from training.cropping import (
     crop,
-    crop_mask,
     crop_per_image,
     entropy_crop_boxes,
     normalized_entropy,
-    random_crop_box,
 )
-
-
-def test_random_crop_offsets_are_divisible_and_skip_the_last_position():
-    generator = torch.Generator().manual_seed(0)
-    offsets = set()
-    for _ in range(300):
-        y1, y2, x1, x2 = random_crop_box((1024, 1024), (512, 512), generator, divisible=8)
-        assert y2 - y1 == 512 and x2 - x1 == 512
-        assert y1 % 8 == 0 and x1 % 8 == 0
-        assert 0 <= y1 <= 504 and 0 <= x1 <= 504
-        offsets.update((y1, x1))
-    assert len(offsets) > 40
-    # Margin 16 with divisible 8: randint(0, 17 // 8 = 2) -> offsets {0, 8}; 16 is never drawn.
-    small = {random_crop_box((40, 40), (24, 24), generator)[0] for _ in range(100)}
-    assert small == {0, 8}
-
-
-def test_random_crop_edge_cases():
-    generator = torch.Generator().manual_seed(0)
-    assert random_crop_box((512, 512), (512, 512), generator) == (0, 512, 0, 512)
-    assert random_crop_box((515, 512), (512, 512), generator, divisible=8)[0] == 0
 
 
 def test_crop_and_crop_per_image():
@@ -50,20 +27,6 @@ def test_crop_and_crop_per_image():
     assert torch.equal(crop_per_image(labels, (1, 3, 1, 3)), labels[:, 1:3, 1:3])
     with pytest.raises(ValueError):
         crop_per_image(tensor, [(0, 2, 0, 2)])
-
-
-def test_crop_mask_at_output_stride():
-    # HRDA: a 512 crop at offset (256, 128) of a 1024 image on the 128x128 LR logits (stride 8).
-    mask = crop_mask((256, 768, 128, 640), batch_size=2, output_size=(128, 128), stride=8)
-    assert mask.shape == (2, 1, 128, 128)
-    expected = torch.zeros(128, 128)
-    expected[32:96, 16:80] = 1
-    assert torch.equal(mask[0, 0], expected) and torch.equal(mask[1, 0], expected)
-    per_image = crop_mask(
-        [(0, 8, 0, 8), (8, 16, 8, 16)], batch_size=2, output_size=(4, 4), stride=4
-    )
-    assert per_image[0, 0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
-    assert per_image[1, 0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
 
 
 def test_normalized_entropy_range():

@@ -1,4 +1,7 @@
-"""HRDA detail crops: random and entropy-based crop boxes, cropping by box and crop masks.
+"""HRDA detail crops in training: entropy-based crop boxes and cropping by box.
+
+The random detail crop and the crop mask belong to the segmentor
+(``models.segmentor.random_crop_box``), which draws them inside ``forward_train``.
 
 A crop box is ``(y1, y2, x1, x2)`` in pixels of the tensor it was drawn for (end exclusive), as in
 HRDA. Functions that accept ``boxes`` take either one box shared by the whole batch (HRDA's random
@@ -17,42 +20,6 @@ from models.inference import slide_windows
 
 CropBox = tuple[int, int, int, int]
 Boxes = CropBox | Sequence[CropBox]
-
-
-def random_crop_box(
-    image_size: tuple[int, int],
-    crop_size: tuple[int, int],
-    generator: torch.Generator,
-    divisible: int = 8,
-) -> CropBox:
-    """Draw HRDA's random detail-crop box.
-
-    Each offset is ``randint(0, (H - h + 1) // divisible) * divisible`` with the upper bound
-    exclusive, as in HRDA's ``get_crop_bbox``: for a 1024 image and a 512 crop the offsets are
-    {0, 8, ..., 504}, so the last position 512 is never drawn (an inherited quirk kept for
-    faithfulness). Where that range would be empty (a margin smaller than ``divisible - 1``), HRDA
-    crashes; here the offset is 0.
-
-    Args:
-        image_size: ``(H, W)`` of the image the crop is taken from.
-        crop_size: ``(h, w)`` of the crop.
-        generator: source of the two random offsets.
-        divisible: offsets are multiples of this number.
-
-    Returns:
-        ``(y1, y2, x1, x2)``; the whole image when it has the crop's size.
-    """
-    height, width = image_size
-    crop_height, crop_width = crop_size
-    if (height, width) == (crop_height, crop_width):
-        return (0, height, 0, width)
-    offsets = []
-    for length, crop_length in ((height, crop_height), (width, crop_width)):
-        choices = max((max(length - crop_length, 0) + 1) // divisible, 1)
-        draw = torch.randint(0, choices, (1,), generator=generator, device=generator.device)
-        offsets.append(int(draw.item()) * divisible)
-    y1, x1 = offsets
-    return (y1, y1 + crop_height, x1, x1 + crop_width)
 
 
 def crop(tensor: Tensor, box: CropBox) -> Tensor:
@@ -85,35 +52,6 @@ def crop_per_image(tensor: Tensor, boxes: Boxes) -> Tensor:
         return crop(tensor, boxes)  # type: ignore[arg-type]
     per_image = boxes_per_image(boxes, tensor.shape[0])
     return torch.stack([crop(image, box) for image, box in zip(tensor, per_image, strict=True)])
-
-
-def crop_mask(
-    boxes: Boxes,
-    batch_size: int,
-    output_size: tuple[int, int],
-    stride: float,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Indicator of the detail crop on a map ``stride`` times coarser than the image.
-
-    Box coordinates are divided by ``stride`` and truncated to integers, as HRDA's ``scale_box``
-    does for the scale-attention mask (stride ``output_stride / lr_scale`` = 8 for the LR logits of
-    a 1024 crop) and for pasting HR logits (stride 4).
-
-    Args:
-        boxes: one shared box or one per image, in image pixels.
-        batch_size: B.
-        output_size: ``(h, w)`` of the map.
-        stride: image pixels per map cell.
-        device: device of the returned mask.
-
-    Returns:
-        Float mask of shape ``(B, 1, h, w)``: 1 inside the crop, 0 outside.
-    """
-    mask = torch.zeros(batch_size, 1, *output_size, device=device)
-    for index, (y1, y2, x1, x2) in enumerate(boxes_per_image(boxes, batch_size)):
-        mask[index, :, int(y1 / stride) : int(y2 / stride), int(x1 / stride) : int(x2 / stride)] = 1
-    return mask
 
 
 def normalized_entropy(logits: Tensor) -> Tensor:
