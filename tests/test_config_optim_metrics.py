@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.config import model_config_from_dict, get_model_config
-from training.config import PRESETS, TrainConfig, get_preset
+from training.config import TrainConfig, get_preset
 from training.metrics import ConfusionMatrix, scores
 from training.optim import build_optimizer, lr_factor, parameter_groups
 from training.overrides import (

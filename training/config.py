@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 
 from models.classes import THING_CLASSES
-from models.config import HRDAConfig, ModelConfig, get_model_config
+from models.config import ModelConfig, get_model_config
 
 from .data.config import DATA_PRESETS, DataConfig
 
