@@ -170,7 +170,8 @@ def collect_calibration_windows(
         max_images: how many images to read at most.
 
     Returns:
-        1×3×H×W float32 windows (RGB 0..255).
+        1×3×H×W windows (RGB 0..255), kept in float16 to halve the memory of hundreds of
+        1024² windows (exact for integer pixels, within 0.06 for resampled ones).
 
     Raises:
         ExportError: the folder holds no readable image.
@@ -188,14 +189,14 @@ def collect_calibration_windows(
     windows: list[Tensor] = []
 
     def record(batch: Tensor) -> Tensor:
-        windows.extend(batch.split(1))
+        windows.extend(batch.to(torch.float16).split(1))
         return batch.new_zeros((batch.shape[0], model_config.num_classes, *batch.shape[-2:]))
 
     recorder = FixedSizeForward(record, input_size)
     for file in files[:max_images]:
         try:
             with Image.open(file) as image:
-                rgb = as_rgb_array(np.asarray(image.convert("RGB")))
+                rgb = as_rgb_array(np.array(image.convert("RGB")))
         except (OSError, UnidentifiedImageError) as error:
             raise ExportError(f"cannot read calibration image {file}: {error}") from error
         tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
@@ -232,7 +233,10 @@ def _calibrator(trt: ModuleType, windows: Sequence[Tensor], batch_size: int, cac
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data: Any) -> None:
-            atomic_write_bytes(cache, bytes(data))
+            try:
+                atomic_write_bytes(cache, bytes(data))
+            except OSError:
+                pass  # a read-only cache only means calibrating again next time
 
     return WindowCalibrator()
 

@@ -58,7 +58,7 @@ def read_images(folder: Path, limit: int) -> list[tuple[str, np.ndarray]]:
     images = []
     for file in files:
         with Image.open(file) as image:
-            images.append((file.name, as_rgb_array(np.asarray(image.convert("RGB")))))
+            images.append((file.name, as_rgb_array(np.array(image.convert("RGB")))))
     return images
 
 

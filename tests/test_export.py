@@ -7,6 +7,7 @@ exported once per module and shared by the tests that read it; those tests are m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -431,3 +432,125 @@ def test_half_precision_graphs_keep_layer_norm_and_attention_in_float32() -> Non
     assert dtypes["aten.layer_norm.default"] == torch.float32
     assert dtypes["aten.scaled_dot_product_attention.default"] == torch.float32
     assert program.module()(torch.rand(2, 8, 4, 4)).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT builder logic against a stand-in module (the real one needs NVIDIA's package + a GPU)
+# ----------------------------------------------------------------------------------------------
+
+
+def _fake_tensorrt(version: str, weakly_typed: bool):
+    """Just enough of the ``tensorrt`` API for :func:`export.trt_engine.build_engine`."""
+    import types
+
+    trt = types.SimpleNamespace(__version__=version, float32="float32", float16="float16")
+    flags = ["TF32", "INT8"] + (["FP16", "OBEY_PRECISION_CONSTRAINTS"] if weakly_typed else [])
+    trt.BuilderFlag = types.SimpleNamespace(**{name: name for name in flags})
+    trt.LayerType = types.SimpleNamespace(NORMALIZATION="norm", SOFTMAX="softmax",
+                                          CONVOLUTION="conv")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.Logger = lambda severity=None: object()
+    trt.Logger.WARNING = 2
+    trt.built = []
+
+    class Layer:
+        def __init__(self, kind: str) -> None:
+            self.type, self.precision, self.num_outputs, self.output_types = kind, None, 1, {}
+
+        def set_output_type(self, index: int, dtype: str) -> None:
+            self.output_types[index] = dtype
+
+    class Network:
+        def __init__(self) -> None:
+            self.layers = [Layer("conv"), Layer("norm"), Layer("softmax")]
+            self.num_layers = len(self.layers)
+
+        def get_layer(self, index: int) -> Layer:
+            return self.layers[index]
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags, self.profiles = set(), []
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            self.workspace = size
+
+        def set_flag(self, flag: str) -> None:
+            self.flags.add(flag)
+
+        def clear_flag(self, flag: str) -> None:
+            self.flags.discard(flag)
+
+        def add_optimization_profile(self, profile) -> None:
+            self.profiles.append(profile)
+
+    class Profile:
+        def set_shape(self, name: str, minimum, optimum, maximum) -> None:
+            self.shapes = (name, minimum, optimum, maximum)
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            trt.built.append((network, config))
+            return b"engine"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger) -> None:
+            pass
+
+        def parse_from_file(self, path: str) -> bool:
+            return Path(path).is_file()
+
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    return trt
+
+
+@pytest.mark.parametrize("weakly_typed", [True, False])
+def test_tensorrt_build_pins_float32_layers_and_caches(tmp_path, monkeypatch, weakly_typed) -> None:
+    import export.trt_engine as trt_engine
+
+    trt = _fake_tensorrt("10.13.0" if weakly_typed else "11.4.0", weakly_typed)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_engine, "require_cuda", lambda device_index=0: None)
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(trt_engine, "environment_facts", lambda trt, device_index=0: {
+        "gpu": "NVIDIA H100", "compute_capability": "9.0", "tensorrt": trt.__version__})
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(b"graph")
+    spec = trt_engine.EngineSpec("image", (1024, 1024), "fp16", opt_batch=3, max_batch=8)
+    assert trt_engine.onnx_precision(trt, "fp16") == ("fp32" if weakly_typed else "fp16")
+
+    engine, facts = trt_engine.build_engine(onnx_path, spec, cache_dir=tmp_path / "cache")
+    assert engine == b"engine" and facts["onnx_sha256"] == trt_engine.onnx_digest(onnx_path)
+    (network, config), = trt.built
+    assert config.profiles[0].shapes == ("image", (1, 3, 1024, 1024), (3, 3, 1024, 1024),
+                                         (8, 3, 1024, 1024))
+    pinned = {layer.type: layer.precision for layer in network.layers}
+    if weakly_typed:
+        assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= config.flags
+        assert pinned == {"conv": None, "norm": "float32", "softmax": "float32"}
+    else:
+        # Strongly typed: the fp16 ONNX graph already holds the float32 islands.
+        assert config.flags <= {"TF32"} and pinned["norm"] is None
+        with pytest.raises(BackendUnavailable, match="INT8"):
+            trt_engine.onnx_precision(trt, "int8")
+
+    again, _ = trt_engine.build_engine(onnx_path, spec, cache_dir=tmp_path / "cache")
+    assert again == engine and len(trt.built) == 1  # served from the cache
+    onnx_path.write_bytes(b"another graph")
+    trt_engine.build_engine(onnx_path, spec, cache_dir=tmp_path / "cache")
+    assert len(trt.built) == 2  # a new ONNX hash is a new engine
