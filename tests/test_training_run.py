@@ -166,3 +166,13 @@ def test_two_process_ddp_keeps_teachers_identical(data_root, tmp_path) -> None:
     assert "identical on 2 ranks" in result.stdout
     _, metadata = load_checkpoint(work_dir / "latest.safetensors")
     assert metadata["iteration"] == 2
+    # The validation images were split over the ranks (3 images: 2 + 1); the summed confusion
+    # matrices give the same scores as one process scoring all of them.
+    out = tmp_path / "eval.json"
+    assert evaluate_main([str(work_dir / "latest.safetensors"), "--data-root", str(data_root),
+                          "--out", str(out)]) == 0
+    standalone = json.loads(out.read_text())
+    final = json.loads((work_dir / "final_eval.json").read_text())
+    assert standalone["images"] == 3
+    assert final["miou19"] == pytest.approx(standalone["miou19"])
+    assert final["per_class_iou"] == pytest.approx(standalone["per_class_iou"], nan_ok=True)

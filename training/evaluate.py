@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,8 +41,13 @@ def evaluate(
     device: torch.device | str = "cpu",
     limit: int | None = None,
     autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> SegmentationScores:
     """Scores a model on a validation dataset.
+
+    Under DDP every rank scores every ``world_size``-th image (from its ``rank``) and the
+    confusion matrices are summed over ranks, so each rank returns the scores of the whole set.
 
     Args:
         forward_fn: the window network (segmentor or exported runtime).
@@ -52,6 +58,8 @@ def evaluate(
         device: where the images go.
         limit: evaluate only the first ``limit`` images.
         autocast_dtype: run under CUDA autocast with this dtype (None: full precision).
+        rank: this process's rank in the initialised process group (1 process: 0).
+        world_size: number of ranks sharing the images.
 
     Returns:
         Per-class IoU and mIoU19/16/13.
@@ -63,7 +71,7 @@ def evaluate(
     device = torch.device(device)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     try:
-        for index in range(count):
+        for index in range(rank, count, world_size):
             item = dataset[index]
             image = item["img"][None].to(device)
             label = item["label"]
@@ -76,6 +84,11 @@ def evaluate(
     finally:
         if was_training:
             forward_fn.train()
+    if world_size > 1:
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+        total = matrix.matrix.to(device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(total)
+        matrix.matrix = total.cpu()
     return scores(matrix)
 
 

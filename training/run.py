@@ -3,7 +3,8 @@
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m training.run gta_hrda``. Each rank draws its own data
 stream; gradients are averaged over ranks after every backward so the students, and therefore
-the EMA teachers, stay identical; the global batch of the preset is split over the ranks.
+the EMA teachers, stay identical; the global batch of the preset is split over the ranks, and so
+are the validation images (the confusion matrices are summed over ranks).
 """
 
 from __future__ import annotations
@@ -86,6 +87,21 @@ def _average_gradients(model: nn.Module, world_size: int) -> None:
         offset += grad.numel()
 
 
+def _broadcast_buffers(model: nn.Module, world_size: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP's
+    ``broadcast_buffers`` does: each rank updates them from its own batch, so without this the
+    ranks would evaluate, and rank 0 save, different models."""
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    if world_size == 1 or not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.broadcast(flat, src=0)
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
+
+
 def _seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -120,13 +136,18 @@ def teacher_checksum(teacher: nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in teacher.parameters()))
 
 
-def _check_ranks_agree(teacher: nn.Module, world_size: int) -> float:
+def _check_ranks_agree(student: nn.Module, teacher: nn.Module, world_size: int) -> float:
     checksum = teacher_checksum(teacher)
     if world_size > 1:
+        statistics = float(sum(b.double().sum() for b in student.buffers()
+                               if b.is_floating_point()))
         values = [None] * world_size
-        dist.all_gather_object(values, checksum)
-        if any(v != values[0] for v in values):
+        dist.all_gather_object(values, (checksum, statistics))
+        if any(v[0] != values[0][0] for v in values):
             raise TrainingError(f"the EMA teachers differ between ranks: {values}")
+        if any(v[1] != values[0][1] for v in values):
+            raise TrainingError(f"the students' BatchNorm statistics differ between ranks: "
+                                f"{values}")
     return checksum
 
 
@@ -252,7 +273,7 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
     def run_evaluation(iteration: int) -> float:
         nonlocal best
         result = evaluate(student, config.model, val_set, config.eval_mode, device,
-                          autocast_dtype=autocast_dtype)
+                          autocast_dtype=autocast_dtype, rank=rank, world_size=world_size)
         record = scores_to_json(result, {"iteration": iteration})
         history.append(record)
         logger.scalars(iteration, {"val/miou19": result.miou19, "val/miou16": result.miou16})
@@ -281,6 +302,7 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
             _average_gradients(student, world_size)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            _broadcast_buffers(student, world_size)
             done = iteration + 1
             logger.log(done, {**result.logs, "lr": lr},
                        write=done % config.log_interval == 0 or done == config.iterations)
@@ -300,7 +322,7 @@ def train(config: TrainConfig, data_root: Path, work_dir: Path, resume: bool = F
     final = run_evaluation(config.iterations) if start < config.iterations or not history \
         else history[-1]["miou19"]
     save(config.iterations)
-    checksum = _check_ranks_agree(teacher, world_size)
+    checksum = _check_ranks_agree(student, teacher, world_size)
     if rank == 0:
         if world_size > 1:
             print(f"teacher checksum {checksum:.10e} identical on {world_size} ranks")
