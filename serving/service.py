@@ -43,7 +43,7 @@ from app.ui import build_demo
 
 from .engine import Segmentation, SegmentationEngine
 from .inputs import RequestError, SegmentOptions, load_upload, parse_options
-from .middleware import FORM_OVERHEAD_BYTES, BodySizeLimit
+from .middleware import FORM_OVERHEAD_BYTES, BodySizeLimit, FileFieldGuard
 from .outputs import class_shares, class_table, encode_png, overlay, png_base64
 from .settings import ServingSettings, resolve_settings
 
@@ -167,3 +167,4 @@ Segmenter.add_asgi_middleware(
     BodySizeLimit,
     max_body_bytes=lambda: serving_settings().max_upload_bytes + FORM_OVERHEAD_BYTES,
 )
+Segmenter.add_asgi_middleware(FileFieldGuard, path="/segment", fields=("image",))

@@ -322,6 +322,17 @@ def test_a_path_sent_as_json_is_not_read_from_the_server_disk(client: httpx.Clie
     assert response.json()["detail"][0]["loc"] == ["image"]
 
 
+def test_a_text_image_field_is_refused_not_downloaded(client: httpx.Client) -> None:
+    # BentoML would fetch a text value of a file field as a URL (500 when that fails).
+    response = client.post("/segment", files={"image": (None, "http://127.0.0.1:9/x.png")})
+    assert response.status_code == 400, response.text
+    assert "'image' must be an uploaded file" in response.json()["error"]
+    response = client.post("/segment", data={"image": "http://127.0.0.1:9/x.png"})
+    assert response.status_code == 415, response.text
+    assert "URL-encoded form" in response.json()["error"]
+    _assert_good_answer(_segment(client, _GOOD))
+
+
 def test_pickled_bodies_are_refused_unread(client: httpx.Client) -> None:
     # A pickle would run code when loaded: the public server never accepts BentoML's pickle type.
     response = client.post("/segment", content=b"\x80\x05N.",
@@ -475,3 +486,69 @@ def test_engine_serves_an_onnx_export(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(RequestError, match="exported for mode hrda only"):
         asyncio.run(engine.segment(image, "whole"))
     engine.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Multipart header scanning (the file-field guard)
+# ------------------------------------------------------------------------------------------
+
+
+def _multipart(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    body = b""
+    for headers, content in parts:
+        body += b"--" + boundary + b"\r\n" + headers + b"\r\n\r\n" + content + b"\r\n"
+    return body + b"--" + boundary + b"--\r\nepilogue"
+
+
+_PARTS = [
+    (b'Content-Disposition: form-data; name="image"; filename="a.png"\r\n'
+     b"Content-Type: image/png", os.urandom(3000)),
+    (b'content-disposition: form-data; name="mode"', b"whole"),
+    (b'Content-Type: text/plain\r\nCONTENT-DISPOSITION: form-data; name="image"',
+     b"http://example.com/x.png"),
+    (b"Content-Disposition: form-data; name=opacity", b"0.5"),
+    (b'Content-Disposition: form-data; name="image"; filename=""', b""),
+]
+
+
+def _starlette_kinds(boundary: bytes, body: bytes) -> list[tuple[str, bool]]:
+    """(name, is an upload) per field, as Starlette's own form parser reads the body."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartParser
+
+    async def stream():
+        yield body
+
+    headers = Headers({"content-type": f"multipart/form-data; boundary={boundary.decode()}"})
+    form = asyncio.run(MultiPartParser(headers, stream()).parse())
+    return [(name, isinstance(value, UploadFile)) for name, value in form.multi_items()]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_header_scanner_agrees_with_starlette_on_any_chunking(seed: int) -> None:
+    from serving.middleware import MultipartHeaderScanner
+
+    boundary = b"----cluda-Boundary.7" + str(seed).encode()
+    body = _multipart(boundary, _PARTS)
+    rng = np.random.default_rng(seed)
+    scanner = MultipartHeaderScanner(boundary)
+    found, start = [], 0
+    while start < len(body):
+        size = int(rng.integers(1, 40 if seed % 2 else 700))
+        found += scanner.feed(body[start : start + size])
+        start += size
+    assert found == MultipartHeaderScanner(boundary).feed(body)
+    assert len(found) == len(_PARTS)
+    ours = [(p[b"name"].decode(), b"filename" in p) for p in found if b"name" in p]
+    assert ours == _starlette_kinds(boundary, body)
+    assert ours[2] == ("image", False) and ours[4] == ("image", True)
+
+
+def test_header_scanner_refuses_endless_part_headers() -> None:
+    from serving.middleware import MAX_PART_HEADER_BYTES, MultipartHeaderScanner
+
+    scanner = MultipartHeaderScanner(b"b")
+    scanner.feed(b"--b\r\nContent-Disposition: form-data; name=\"image\"\r\n")
+    with pytest.raises(ValueError, match="longer than"):
+        for _ in range(MAX_PART_HEADER_BYTES // 1000 + 2):
+            scanner.feed(b"X-Padding: " + b"x" * 1000 + b"\r\n")
