@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import time
 
 import torch
@@ -88,15 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     base = apply_overrides(get_preset(args.preset), ["pretrained=", *args.overrides])
     print(f"device: {name}; preset {args.preset}; crops {base.data.crop_size}, "
           f"batch {base.data.batch_size}+{base.data.batch_size}")
-    print("| precision | contrastive | s/iteration | 40k iterations (h) | peak GB |")
+    print(f"| precision | contrastive | s/iteration | {base.iterations} iterations (h) | peak GB |")
     print("|---|---|---|---|---|")
     for precision in ("fp32", "bf16"):
         for contrast in (True, False):
             config = apply_overrides(base, [f"precision={precision}",
                                             f"contrast.enabled={contrast}"])
-            seconds, peak = measure(config, device, args.iterations, args.warmup)
-            print(f"| {precision} | {'on' if contrast else 'off'} | {seconds:.3f} | "
-                  f"{seconds * 40000 / 3600:.1f} | {peak:.1f} |", flush=True)
+            label = f"| {precision} | {'on' if contrast else 'off'} |"
+            try:
+                seconds, peak = measure(config, device, args.iterations, args.warmup)
+            except torch.OutOfMemoryError:
+                # One configuration not fitting must not hide the others' numbers.
+                total = torch.cuda.get_device_properties(device).total_memory / 1e9
+                print(f"{label} out of memory | - | > {total:.0f} |", flush=True)
+                continue
+            finally:
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            print(f"{label} {seconds:.3f} | {seconds * base.iterations / 3600:.2f} | {peak:.1f} |",
+                  flush=True)
     return 0
 
 
