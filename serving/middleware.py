@@ -45,6 +45,43 @@ async def send_json_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# A refusal found in a body chunk: (HTTP status, error message).
+Refusal = tuple[int, str]
+
+
+async def run_checking_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                            check: Callable[[bytes], Refusal | None]) -> None:
+    """Runs ``app`` with every request body chunk passed through ``check`` first.
+
+    When ``check`` returns a refusal the client gets it as a JSON error at once, the application
+    sees a client that went away, and whatever it answers goes nowhere.
+    """
+    refused = False
+
+    async def checking_receive() -> Message:
+        nonlocal refused
+        if refused:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            refusal = check(message.get("body", b""))
+            if refusal is not None:
+                refused = True
+                await send_json_error(send, *refusal)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def guarded_send(message: Message) -> None:
+        if not refused:
+            await send(message)
+
+    try:
+        await app(scope, checking_receive, guarded_send)
+    except Exception:
+        # The application may fail on the body we cut short; the client has its answer.
+        if not refused:
+            raise
+
 class BodySizeLimit:
     """Answers 413 to HTTP requests whose body exceeds ``max_body_bytes``.
 
@@ -65,10 +102,9 @@ class BodySizeLimit:
             self._limit = int(self._limit_source())  # type: ignore[operator]
         return self._limit
 
-    async def _refuse(self, send: Send, size: str) -> None:
-        await send_json_error(send, 413, f"the request body is {size}, the limit is "
-                                         f"{self.max_body_bytes:,} bytes (CLUDA_MAX_UPLOAD_BYTES "
-                                         f"plus form overhead)")
+    def _refusal(self, size: str) -> Refusal:
+        return 413, (f"the request body is {size}, the limit is {self.max_body_bytes:,} bytes "
+                     f"(CLUDA_MAX_UPLOAD_BYTES plus form overhead)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,36 +118,16 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    await self._refuse(send, f"{declared:,} bytes")
+                    await send_json_error(send, *self._refusal(f"{declared:,} bytes"))
                     return
         received = 0
-        refused = False
 
-        async def counting_receive() -> Message:
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refused = True
-                    await self._refuse(send, f"more than {limit:,} bytes")
-                    # The application sees a client that went away and stops reading.
-                    return {"type": "http.disconnect"}
-            return message
+        def count(chunk: bytes) -> Refusal | None:
+            nonlocal received
+            received += len(chunk)
+            return self._refusal(f"more than {limit:,} bytes") if received > limit else None
 
-        async def guarded_send(message: Message) -> None:
-            # Once we answered 413, whatever the application answers goes nowhere.
-            if not refused:
-                await send(message)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            # The application may fail on the body we cut short; the client has its answer.
-            if not refused:
-                raise
+        await run_checking_body(self.app, scope, receive, send, count)
 
 
 class MultipartHeaderScanner:
@@ -212,42 +228,19 @@ class FileFieldGuard:
             await self.app(scope, receive, send)
             return
         scanner = MultipartHeaderScanner(options[b"boundary"])
-        refused = False
 
-        async def checking_receive() -> Message:
-            nonlocal refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] != "http.request":
-                return message
+        def check(chunk: bytes) -> Refusal | None:
             try:
-                parts = scanner.feed(message.get("body", b""))
+                parts = scanner.feed(chunk)
             except ValueError as error:
-                refused = True
-                await send_json_error(send, 400, str(error))
-                return {"type": "http.disconnect"}
+                return 400, str(error)
             for parameters in parts:
                 name = parameters.get(b"name")
                 if name in self.fields and b"filename" not in parameters:
-                    refused = True
                     field = name.decode(errors="replace")
-                    await send_json_error(
-                        send, 400, f"the form field {field!r} must be an uploaded file (a "
-                                   f"multipart part with a filename), got a text value: send it "
-                                   f"as curl -F {field}=@photo.png (the service downloads no "
-                                   f"URLs)")  # fmt: skip
-                    return {"type": "http.disconnect"}
-            return message
+                    return 400, (f"the form field {field!r} must be an uploaded file (a multipart "
+                                 f"part with a filename), got a text value: send it as curl -F "
+                                 f"{field}=@photo.png (the service downloads no URLs)")
+            return None
 
-        async def guarded_send(message: Message) -> None:
-            # Once we answered, whatever the application answers goes nowhere.
-            if not refused:
-                await send(message)
-
-        try:
-            await self.app(scope, checking_receive, guarded_send)
-        except Exception:
-            # The application may fail on the body we cut short; the client has its answer.
-            if not refused:
-                raise
+        await run_checking_body(self.app, scope, receive, send, check)
