@@ -463,3 +463,34 @@ def test_grid_resizing_modes():
     torch.testing.assert_close(small, labels[:, :, ::3, ::3])
     mask = torch.rand(2, 9, 9) > 0.5
     assert to_grid_nearest(mask, (3, 3)).dtype == torch.bool
+
+
+def test_losses_stay_float32_inside_bf16_autocast():
+    # A bf16 training step runs under autocast; the similarities must still be float32 products
+    # (bf16 would change the loss in the 3rd significant digit). bf16 feature maps are promoted.
+    lr, hr, labels, weight, crop, target, pseudo = make_inputs(
+        batch_size=2, channels=32, height=6, width=7, seed=5, dtype=torch.float32
+    )
+    hr_labels = crop * labels
+    losses = {
+        "paper": lambda f: contrastive_loss(f, labels, target_mask=target, confidence=0.4,
+                                            thing_classes=THINGS),
+        "paper multi": lambda f: multi_resolution_contrastive_loss(
+            f, hr, labels, weight, crop, target_mask=target, thing_classes=THINGS),
+        "release": lambda f: release_contrastive_loss(f, labels, pseudo_weight=pseudo,
+                                                      thing_classes=THINGS),
+        "release multi": lambda f: release_multi_resolution_cl(
+            f, hr, labels, weight, hr_labels, pseudo_weight=pseudo, thing_classes=THINGS),
+    }
+    for name, loss in losses.items():
+        reference = loss(lr).item()
+        features = lr.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = loss(features)
+            bf16_input = loss(lr.bfloat16())
+        value.backward()
+        assert value.dtype == torch.float32 and features.grad.dtype == torch.float32, name
+        assert value.item() == pytest.approx(reference, rel=1e-6), name
+        # bf16 inputs lose their own precision, but the loss is still computed in float32.
+        assert bf16_input.dtype == torch.float32, name
+        assert bf16_input.item() == pytest.approx(reference, rel=2e-2), name

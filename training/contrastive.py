@@ -21,11 +21,14 @@ Memory: each row block computes its similarities, masks and log-probabilities, r
 scalar and, under autograd, is wrapped in ``torch.utils.checkpoint`` so that backward recomputes
 it instead of keeping its ``block × N`` intermediates. Peak memory is O(block_size · N) in forward
 and backward; ``block_size=None`` computes the whole N×N matrices at once (same value and
-gradients to float tolerance). Computation is in float32 (float64 inputs stay float64).
+gradients to float tolerance). Computation is in float32 (float64 inputs stay float64), also
+inside a bf16 autocast training step: autocast would run the similarity products in bf16, whose
+~3 significant digits blur the many near-equal similarities InfoNCE compares.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,6 +76,17 @@ def to_grid_nearest(tensor: Tensor, grid_size: GridSize = DEFAULT_GRID) -> Tenso
     batched = tensor.unsqueeze(1) if squeeze else tensor
     resized = F.interpolate(batched.float(), size=grid_size, mode="nearest").to(tensor.dtype)
     return resized[:, 0] if squeeze else resized
+
+
+def _without_autocast(loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Runs ``loss`` with autocast off for the device of its first argument."""
+
+    @functools.wraps(loss)
+    def wrapper(features: Tensor, *args, **kwargs) -> Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return loss(features, *args, **kwargs)
+
+    return wrapper
 
 
 def _at_least_float32(tensor: Tensor) -> Tensor:
@@ -235,6 +249,7 @@ def _paper_loss(
     return total / labels.numel()
 
 
+@_without_autocast
 def contrastive_loss(
     features: Tensor,
     labels: Tensor,
@@ -288,6 +303,7 @@ def contrastive_loss(
     )
 
 
+@_without_autocast
 def multi_resolution_contrastive_loss(
     lr_features: Tensor,
     hr_features: Tensor,
@@ -401,6 +417,7 @@ def _release_block(
     return -(pair_terms.sum(1) / positive.sum(1).clamp_min(1)).sum()
 
 
+@_without_autocast
 def release_multi_resolution_cl(
     lr_features: Tensor,
     hr_features: Tensor,
@@ -458,6 +475,7 @@ def release_multi_resolution_cl(
     return 0.5 * total / labels_flat.numel()
 
 
+@_without_autocast
 def release_contrastive_loss(
     features: Tensor,
     labels: Tensor,
